@@ -1,0 +1,1 @@
+"""healthstream: Dagster and PySpark analytics over the health app's MongoDB metrics."""

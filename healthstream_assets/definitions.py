@@ -1,0 +1,45 @@
+"""The Dagster definitions of healthstream, built from the settings in the environment."""
+
+from dagster import Definitions
+
+from healthstream_assets.assets import WINDOW_ASSETS
+from healthstream_assets.jobs import window_job
+from healthstream_assets.resources.mongo import MongoResource
+from healthstream_assets.resources.parquet_io_manager import ParquetIOManager
+from healthstream_assets.resources.spark import build_pyspark_resource
+from healthstream_assets.sensors import WindowPolicy, build_window_sensor
+from healthstream_assets.settings import Settings
+
+
+def build_mongo_resource(settings: Settings) -> MongoResource:
+    return MongoResource(
+        uri=settings.mongo_uri or "",
+        database_name=settings.mongo_db_name,
+        state_dir=str(settings.state_dir),
+        spark_partitioner=settings.spark_partitioner,
+    )
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    policy = WindowPolicy(
+        lookback_days=settings.lookback_days,
+        max_batch_docs=settings.max_batch_docs,
+        settle_seconds=settings.settle_seconds,
+        max_run_attempts=settings.max_run_attempts,
+        retry_backoff_seconds=settings.retry_backoff_seconds,
+    )
+    pyspark = build_pyspark_resource(settings)
+
+    return Definitions(
+        assets=WINDOW_ASSETS,
+        jobs=[window_job],
+        sensors=[build_window_sensor(policy, settings.batch_interval_seconds)],
+        resources={
+            "mongo": build_mongo_resource(settings),
+            "pyspark": pyspark,
+            "io_manager": ParquetIOManager(pyspark=pyspark, base_path=settings.parquet_base_path),
+        },
+    )
+
+
+defs = build_definitions(Settings.from_env())

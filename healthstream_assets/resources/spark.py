@@ -1,0 +1,51 @@
+"""The Spark session configuration: local mode by default, a cluster or Spark Connect by setting."""
+
+import os
+import sys
+
+from dagster_pyspark import PySparkResource
+
+from healthstream_assets.settings import Settings
+
+
+def spark_config(settings: Settings) -> dict[str, str]:
+    """Return the Spark properties for the configured master, with the MongoDB connector."""
+
+    config = {
+        "spark.app.name": "healthstream",
+        "spark.jars.packages": settings.spark_connector,
+        "spark.jars.ivy": str(settings.tools_dir / "ivy"),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": "8",
+        "spark.ui.enabled": "false",
+    }
+
+    if settings.spark_remote:
+        config["spark.remote"] = settings.spark_remote
+        return config
+
+    config["spark.master"] = settings.spark_master
+    if settings.spark_master.startswith("local"):
+        # A local driver binds to the machine's external address unless told otherwise.
+        config["spark.driver.host"] = "127.0.0.1"
+        config["spark.driver.bindAddress"] = "127.0.0.1"
+
+    return config
+
+
+def prepare_spark_environment() -> None:
+    """Set the environment a local SparkSession needs before it starts.
+
+    Python workers must run this interpreter: under `dagster dev` the `python3` on PATH can be
+    another version, and Spark then fails with PYTHON_VERSION_MISMATCH. `spark.pyspark.python`
+    does not fix that; the PYSPARK_PYTHON variable does.
+    """
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def build_pyspark_resource(settings: Settings) -> PySparkResource:
+    prepare_spark_environment()
+    return PySparkResource(spark_config=spark_config(settings))

@@ -1,0 +1,72 @@
+"""Reads and writes between Spark and MongoDB through the MongoDB Spark Connector."""
+
+from datetime import datetime
+
+from bson import ObjectId
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from healthstream_assets import contract
+from healthstream_assets.resources.mongo import MongoResource
+
+# Every field is read as a string, with its BSON type beside it from `$type`: a typed schema
+# makes the connector fail the whole read on the first document whose field has another type,
+# and bad input must be counted and quarantined instead. A sub-document arrives as its JSON text.
+RAW_SCHEMA = (
+    "_id string, userId string, userIdType string, date string, dateType string, "
+    "updatedAt string, updatedAtType string, metrics string, metricsType string, source string"
+)
+
+_RAW_PROJECTION = {
+    "$project": {
+        "userId": 1,
+        "userIdType": {"$type": "$userId"},
+        "date": 1,
+        "dateType": {"$type": "$date"},
+        "updatedAt": 1,
+        "updatedAtType": {"$type": "$updatedAt"},
+        "metrics": 1,
+        "metricsType": {"$type": "$metrics"},
+        "source": 1,
+    }
+}
+
+
+def read_health_metrics(spark: SparkSession, mongo: MongoResource, match: dict) -> DataFrame:
+    """Read the `healthmetrics` documents matching `match` as rows of `RAW_SCHEMA`."""
+
+    pipeline = [{"$match": match}, _RAW_PROJECTION]
+    options = mongo.spark_read_options(contract.HEALTH_METRICS, pipeline)
+    return spark.read.format("mongodb").options(**options).schema(RAW_SCHEMA).load()
+
+
+def read_user_histories(spark: SparkSession, mongo: MongoResource, user_ids: list[str]) -> DataFrame:
+    """Read every `healthmetrics` document of the given users (hex ObjectId strings)."""
+
+    match = {"userId": {"$in": [ObjectId(user_id) for user_id in user_ids]}}
+    return read_health_metrics(spark, mongo, match)
+
+
+def upsert_analytics(documents: DataFrame, mongo: MongoResource) -> None:
+    """Upsert `analytics` documents on (userId, metricType, timeRange); re-running writes the same values."""
+
+    options = mongo.spark_upsert_options(contract.ANALYTICS, ["userId", "metricType", "timeRange"])
+    documents.write.format("mongodb").mode("append").options(**options).save()
+
+
+def upsert_quarantine(rejected: DataFrame, mongo: MongoResource, run_id: str, quarantined_at: datetime) -> None:
+    """Record rejected documents and values in the quarantine collection, once per (document, reason, metric)."""
+
+    records = rejected.select(
+        F.to_json(F.struct(F.col("sourceId").alias("$oid"))).alias("sourceId"),
+        F.lit(contract.HEALTH_METRICS).alias("collection"),
+        F.col("reason"),
+        F.coalesce(F.col("metricType"), F.lit("")).alias("metricType"),
+        F.col("detail"),
+        F.col("userId"),
+        F.lit(run_id).alias("runId"),
+        F.lit(quarantined_at).cast("timestamp").alias("quarantinedAt"),
+    )
+
+    options = mongo.spark_upsert_options(contract.QUARANTINE, ["sourceId", "reason", "metricType"])
+    records.write.format("mongodb").mode("append").options(**options).save()
