@@ -20,14 +20,18 @@ def build_mongo_resource(settings: Settings) -> MongoResource:
     )
 
 
-def build_definitions(settings: Settings) -> Definitions:
-    policy = WindowPolicy(
+def policy_from_settings(settings: Settings) -> WindowPolicy:
+    return WindowPolicy(
         lookback_days=settings.lookback_days,
         max_batch_docs=settings.max_batch_docs,
         settle_seconds=settings.settle_seconds,
         max_run_attempts=settings.max_run_attempts,
         retry_backoff_seconds=settings.retry_backoff_seconds,
     )
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    policy = policy_from_settings(settings)
     pyspark = build_pyspark_resource(settings)
 
     return Definitions(

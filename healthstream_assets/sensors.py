@@ -18,12 +18,15 @@ from dagster._core.storage.dagster_run import DagsterRun
 from pymongo.errors import PyMongoError
 
 from healthstream_assets.cursor import SensorCursor, poll_upper_bound
-from healthstream_assets.jobs import WINDOW_ID_TAG, window_job, window_run_config, window_run_tags
+from healthstream_assets.jobs import ATTEMPT_TAG, WINDOW_ID_TAG, window_job, window_run_config, window_run_tags
 from healthstream_assets.resources.mongo import MongoResource
 
 SENSOR_NAME = "healthmetrics_window_sensor"
 
 FINISHED_UNSUCCESSFULLY = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+# Set by Dagster on a run re-executed from another run.
+PARENT_RUN_ID_TAG = "dagster/parent_run_id"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,23 @@ def _request(state: SensorCursor) -> RunRequest:
     )
 
 
+def _is_earlier_failed_attempt(run: DagsterRun, current_attempt: int) -> bool:
+    """Return True for a failed run of an earlier attempt that is not an operator's re-execution.
+
+    A re-execution from the UI copies the tags of the run it repeats, attempt number included, so
+    its status counts for the window whatever attempt it names.
+    """
+
+    if run.status not in FINISHED_UNSUCCESSFULLY or PARENT_RUN_ID_TAG in run.tags:
+        return False
+
+    try:
+        run_attempt = int(run.tags.get(ATTEMPT_TAG, "0"))
+    except ValueError:
+        run_attempt = 0
+    return run_attempt < current_attempt
+
+
 def settle_in_flight(state: SensorCursor, run: DagsterRun | None, now: datetime, policy: WindowPolicy) -> TickDecision:
     """Apply the rules for the window in flight given its newest run.
 
@@ -73,8 +93,9 @@ def settle_in_flight(state: SensorCursor, run: DagsterRun | None, now: datetime,
 
     in_flight = state.in_flight
 
-    if run is None:
-        # The run record is gone (a wiped instance or a deleted run): request the window again.
+    if run is None or _is_earlier_failed_attempt(run, in_flight.attempt):
+        # The current attempt has no run: its record was deleted, the instance was wiped, or the
+        # attempt was planned outside the daemon. Request the window again under a new run key.
         next_state = state.next_attempt(now)
         return TickDecision(cursor=next_state, run_request=_request(next_state))
 

@@ -12,7 +12,7 @@ import pymongo
 import pytest
 
 from healthstream_assets.embedded_server import EmbeddedServer
-from healthstream_assets.resources.spark import build_pyspark_resource
+from healthstream_assets.resources.spark import get_or_create_session
 from healthstream_assets.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def spark(tmp_path_factory):
         "HEALTHSTREAM_STATE_DIR": str(tmp_path_factory.mktemp("spark-state")),
         "HEALTHSTREAM_TOOLS_DIR": os.environ.get("HEALTHSTREAM_TOOLS_DIR") or str(REPO_ROOT / ".tools"),
     }
-    session = build_pyspark_resource(Settings.from_env(env)).spark_session
+    session = get_or_create_session(Settings.from_env(env))
     yield session
 
 

@@ -4,6 +4,7 @@ import os
 import sys
 
 from dagster_pyspark import PySparkResource
+from pyspark.sql import SparkSession
 
 from healthstream_assets.settings import Settings
 
@@ -18,6 +19,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "8",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
     }
 
     if settings.spark_remote:
@@ -49,3 +51,13 @@ def prepare_spark_environment() -> None:
 def build_pyspark_resource(settings: Settings) -> PySparkResource:
     prepare_spark_environment()
     return PySparkResource(spark_config=spark_config(settings))
+
+
+def get_or_create_session(settings: Settings) -> SparkSession:
+    """Return the process's SparkSession, started with the same properties as the resource's."""
+
+    prepare_spark_environment()
+    builder = SparkSession.builder
+    for key, value in spark_config(settings).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
