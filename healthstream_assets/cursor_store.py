@@ -1,7 +1,7 @@
 """Read and write the sensor's stored cursor in the Dagster instance, for `healthstream run-once`.
 
-NOTE: Dagster has no public API to set a sensor cursor from Python. Reading and updating an
-existing sensor state uses the instance's scheduling storage (dagster 1.13); when the sensor has
+NOTE: Dagster has no public API to set a sensor cursor from Python, so an existing sensor state
+is read and updated through the instance's scheduling storage (dagster 1.13). When the sensor has
 no stored state yet, the `dagster sensor cursor --set` command creates it, as an operator would.
 """
 

@@ -31,7 +31,7 @@ PARENT_RUN_ID_TAG = "dagster/parent_run_id"
 
 @dataclass(frozen=True)
 class WindowPolicy:
-    """How windows are sized and retried."""
+    """Window sizing and retry limits of the sensor."""
 
     lookback_days: int = 30
     max_batch_docs: int = 5000
@@ -42,7 +42,7 @@ class WindowPolicy:
 
 @dataclass(frozen=True)
 class TickDecision:
-    """What one evaluation decided: the new cursor, and either a run to request or why none is."""
+    """Outcome of one evaluation: the new cursor, and either a run request or the skip reason."""
 
     cursor: SensorCursor
     run_request: RunRequest | None = None

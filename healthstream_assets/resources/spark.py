@@ -28,7 +28,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
 
     config["spark.master"] = settings.spark_master
     if settings.spark_master.startswith("local"):
-        # A local driver binds to the machine's external address unless told otherwise.
+        # Without these, a local driver binds to the machine's external address.
         config["spark.driver.host"] = "127.0.0.1"
         config["spark.driver.bindAddress"] = "127.0.0.1"
 

@@ -54,7 +54,7 @@ def test_rolling_covers_days_without_values(spark):
 
     result = _by_day(rolling_averages(daily, touched))
 
-    # Day 5 has no value of its own, but its 7-day window (Dec 30 - Jan 5) holds days 1 and 2.
+    # Day 5 has no value of its own, but its 7-day window (Dec 30 - Jan 5) contains days 1 and 2.
     assert result[date(2026, 1, 5)]["avg_7day"] == pytest.approx(1500.0)
     assert result[date(2026, 1, 5)]["count_7day"] == 2
     # Day 8's window (Jan 2 - Jan 8) holds only day 2.
