@@ -114,6 +114,23 @@ def metric_history(
 
 
 @asset(
+    kinds={"spark", "mongodb"},
+    description="Goals of the users the window touched, from the users collection; missing goals use the defaults later.",
+)
+def user_goals(
+    context: AssetExecutionContext, new_health_metrics: DataFrame, pyspark: PySparkResource, mongo: MongoResource
+) -> Output[DataFrame]:
+    user_ids = [row["userId"] for row in new_health_metrics.select("userId").distinct().collect()]
+
+    users = spark_io.read_user_goals(pyspark.spark_session, mongo, user_ids)
+    goals = analytics_transforms.parse_goals(users).cache()
+    found = goals.count()
+
+    context.log.info(f"goals of {found} of {len(user_ids)} users found in {contract.USERS}")
+    return Output(goals, metadata={"users_requested": len(user_ids), "users_found": found})
+
+
+@asset(
     kinds={"spark"},
     description="7, 30 and 90-day calendar rolling averages and data-point counts for every day the window's changes reach.",
 )
@@ -127,6 +144,15 @@ def rolling_averages(
     return Output(result, metadata={"user_metric_days": day_count})
 
 
+def _milliseconds_since_run_start(context: AssetExecutionContext) -> int:
+    """Return the run's processing time so far: from its start to the analytics being computed."""
+
+    record = context.instance.get_run_record_by_id(context.run_id)
+    if record is None or record.start_time is None:
+        return 0
+    return int((time.time() - record.start_time) * 1000)
+
+
 @asset(
     kinds={"spark", "mongodb"},
     description="Upserts one analytics document per (userId, metricType, timeRange) of the touched users.",
@@ -136,19 +162,22 @@ def analytics(
     new_health_metrics: DataFrame,
     metric_history: DataFrame,
     rolling_averages: DataFrame,
+    user_goals: DataFrame,
     pyspark: PySparkResource,
     mongo: MongoResource,
 ) -> MaterializeResult:
-    started = time.monotonic()
     spark = pyspark.spark_session
     calculated_at = to_utc_millis(datetime.now(UTC))
 
-    statistics = analytics_transforms.window_statistics(metric_history, rolling_averages).cache()
-    duration_ms = int((time.monotonic() - started) * 1000)
+    statistics = analytics_transforms.window_statistics(metric_history, rolling_averages, user_goals).cache()
+    document_count = statistics.count()
+    non_finite = analytics_transforms.count_non_finite(statistics)
+    anomalies = statistics.filter("anomalyDetected").count()
+
+    duration_ms = _milliseconds_since_run_start(context)
     documents = analytics_transforms.to_analytics_documents(
         statistics, context.run_id, calculated_at, duration_ms, spark.version
-    ).cache()
-    document_count = documents.count()
+    )
 
     spark_io.upsert_analytics(documents, mongo)
 
@@ -167,10 +196,12 @@ def analytics(
         metadata={
             "documents_upserted": document_count,
             "documents_removed": removed,
+            "anomalies_detected": anomalies,
+            "non_finite_values_stored_as_null": non_finite,
             "users": len(user_ids),
             "calculated_at": format_timestamp(calculated_at),
         }
     )
 
 
-WINDOW_ASSETS = [new_health_metrics, metric_history, rolling_averages, analytics]
+WINDOW_ASSETS = [new_health_metrics, metric_history, user_goals, rolling_averages, analytics]

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -294,8 +295,12 @@ def _load_when_empty(uri: str, settings: Settings, fitbit_dir: Path) -> None:
         return
 
     report = load_fitbit(fitbit_dir, db)
-    click.echo(f"loaded {report.documents_inserted} days of {report.users} Fitbit users from {fitbit_dir}")
     client.close()
+    click.echo(f"loaded {report.documents_inserted} days of {report.users} Fitbit users from {fitbit_dir}")
+
+    # The sensor leaves documents younger than SETTLE_SECONDS for a later tick; waiting here lets
+    # the first tick take the whole load.
+    time.sleep(settings.settle_seconds)
 
 
 def _run_dagster_dev(uri: str, settings: Settings, port: int) -> None:

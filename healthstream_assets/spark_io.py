@@ -47,6 +47,17 @@ def read_user_histories(spark: SparkSession, mongo: MongoResource, user_ids: lis
     return read_health_metrics(spark, mongo, match)
 
 
+def read_user_goals(spark: SparkSession, mongo: MongoResource, user_ids: list[str]) -> DataFrame:
+    """Read `_id` and the `goals` sub-document (as JSON text) of the given users."""
+
+    pipeline = [
+        {"$match": {"_id": {"$in": [ObjectId(user_id) for user_id in user_ids]}}},
+        {"$project": {"goals": 1}},
+    ]
+    options = mongo.spark_read_options(contract.USERS, pipeline)
+    return spark.read.format("mongodb").options(**options).schema("_id string, goals string").load()
+
+
 def upsert_analytics(documents: DataFrame, mongo: MongoResource) -> None:
     """Upsert `analytics` documents on (userId, metricType, timeRange); re-running writes the same values."""
 

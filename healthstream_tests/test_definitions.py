@@ -26,6 +26,7 @@ def test_definitions_load_and_validate(tmp_path):
     assert {key.to_user_string() for key in defs.resolve_all_asset_keys()} == {
         "new_health_metrics",
         "metric_history",
+        "user_goals",
         "rolling_averages",
         "analytics",
     }

@@ -6,9 +6,10 @@ from bson import ObjectId
 
 from healthstream_assets import contract, spark_io
 from healthstream_assets.resources.mongo import MongoResource
-from healthstream_assets.transforms.analytics import to_analytics_documents, window_statistics
+from healthstream_assets.transforms.analytics import GOALS_SCHEMA, to_analytics_documents, window_statistics
 
 USER = ObjectId("6b132d443b705cb98ddfbdfd")
+GOALS_SCHEMA_WITH_USER = "userId string, " + GOALS_SCHEMA
 
 
 def _statistics(spark, steps_on_day_3: float):
@@ -24,7 +25,8 @@ def _statistics(spark, steps_on_day_3: float):
         "userId string, metricType string, date date, avg_7day double, count_7day long, "
         "avg_30day double, count_30day long, avg_90day double, count_90day long",
     )
-    return window_statistics(daily, rolling)
+    goals = spark.createDataFrame([(str(USER), None, None, None, None, None)], GOALS_SCHEMA_WITH_USER)
+    return window_statistics(daily, rolling, goals)
 
 
 def test_ensure_indexes_creates_unique_keys(mongo_db, mongo_uri):
