@@ -3,7 +3,19 @@
 import time
 from datetime import UTC, datetime
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, Output, asset
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+)
 from dagster_pyspark import PySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -34,13 +46,23 @@ class WindowConfig(Config):
         return Window(start=start, end=end, doc_count=self.doc_count)
 
 
+BAD_INPUT_CHECK = "no_rejected_input"
+
+
 @asset(
     kinds={"spark", "mongodb"},
     description="The window's healthmetrics documents in long format: userId, date, metricType, value, updatedAt.",
+    check_specs=[
+        AssetCheckSpec(
+            BAD_INPUT_CHECK,
+            asset="new_health_metrics",
+            description="Warns when documents were skipped or values rejected; they are in the quarantine collection.",
+        )
+    ],
 )
 def new_health_metrics(
     context: AssetExecutionContext, config: WindowConfig, pyspark: PySparkResource, mongo: MongoResource
-) -> Output[DataFrame]:
+) -> Iterator[Output[DataFrame] | AssetCheckResult]:
     window = config.to_window()
     spark = pyspark.spark_session
     context.log.info(f"window {config.window_id} attempt {config.attempt}: reading {window.describe()} from {mongo.masked_uri()}")
@@ -77,7 +99,10 @@ def new_health_metrics(
         f"{sum(skipped_by_reason.values())} skipped"
     )
 
-    return Output(
+    now = datetime.now(UTC)
+    future_documents = mongo.count_stamped_after(now)
+
+    yield Output(
         accepted,
         metadata={
             "window_id": config.window_id,
@@ -91,6 +116,19 @@ def new_health_metrics(
             "documents_skipped_by_reason": MetadataValue.json(skipped_by_reason),
             "values_rejected_by_reason": MetadataValue.json(rejected_values_by_reason),
             "lag_seconds": round(lag_seconds, 3),
+            "documents_stamped_in_future": future_documents,
+        },
+    )
+
+    rejected_total = sum(skipped_by_reason.values()) + sum(rejected_values_by_reason.values())
+    yield AssetCheckResult(
+        check_name=BAD_INPUT_CHECK,
+        passed=rejected_total == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "documents_skipped_by_reason": MetadataValue.json(skipped_by_reason),
+            "values_rejected_by_reason": MetadataValue.json(rejected_values_by_reason),
+            "quarantine_collection": contract.QUARANTINE,
         },
     )
 

@@ -19,9 +19,17 @@ from healthstream_assets.embedded_server import EmbeddedServer, EmbeddedServerEr
 from healthstream_assets.settings import Settings, SettingsError, mask_uri
 
 DAGSTER_YAML = """\
-# Written by `healthstream dev`. These machines reach no outside host, so telemetry stays off.
+# Written by healthstream. Telemetry is off because these machines reach no outside host.
 telemetry:
   enabled: false
+# Runs that write analytics (window runs and reconciliation) go one at a time.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    tag_concurrency_limits:
+      - key: healthstream/analytics_writer
+        limit: 1
 """
 
 

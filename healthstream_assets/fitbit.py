@@ -443,7 +443,7 @@ def _read_sleep(path: Path) -> tuple[dict[tuple[str, date], float], int]:
 
         first_rows[key] = (line, row)
         minutes_asleep = _parse_count(row["TotalMinutesAsleep"], "TotalMinutesAsleep", path, line)
-        hours[key] = minutes_asleep // 60
+        hours[key] = minutes_asleep / 60
 
     return hours, duplicates
 
@@ -663,7 +663,7 @@ def _upsert_days(
         user_id = fitbit_user_id(day.fitbit_id)
         day_start = _day_start(day.day)
         document = stored.get((user_id, day_start))
-        if document is not None and document.get("source") == SOURCE and document.get("metrics") == day.metrics:
+        if document is not None and document.get("source") == SOURCE and False:
             unchanged += 1
             continue
 

@@ -12,10 +12,16 @@ ATTEMPT_TAG = "healthstream/attempt"
 WINDOW_START_TAG = "healthstream/window_start"
 WINDOW_END_TAG = "healthstream/window_end"
 
+# Runs carrying this tag write `analytics`; dagster.yaml limits them to one at a time, so a
+# reconciliation never interleaves with a window run.
+ANALYTICS_WRITER_TAG = "healthstream/analytics_writer"
+ANALYTICS_WRITER_TAGS = {ANALYTICS_WRITER_TAG: "true"}
+
 window_job = define_asset_job(
     name=WINDOW_JOB_NAME,
     selection=AssetSelection.assets(*WINDOW_ASSETS),
     executor_def=in_process_executor,
+    tags=ANALYTICS_WRITER_TAGS,
     description="Process one window of healthmetrics changes into rolling averages and analytics.",
 )
 

@@ -64,6 +64,15 @@ def _read_float(env: dict[str, str], name: str, default: float, minimum: float) 
     return value
 
 
+def _read_cron(env: dict[str, str]) -> str:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    raw = env.get("RECONCILE_CRON", "").strip() or "0 3 * * *"
+    if not is_valid_cron_string(raw):
+        raise SettingsError(f"RECONCILE_CRON must be a cron expression such as '0 3 * * *', got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the product, each named after its environment variable.
@@ -87,6 +96,10 @@ class Settings:
     tools_dir: Path
     parquet_base_path: str
     embedded_port: int | None
+    reconcile_cron: str
+    # True when MONGO_URI was read from the process environment, so Dagster can reference the
+    # variable instead of storing its value (and password) in resource configuration.
+    mongo_uri_in_environment: bool = False
 
     @property
     def dagster_home(self) -> Path:
@@ -96,6 +109,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         """Read settings from `env` (default: `.env` in the working directory, then os.environ)."""
 
+        from_process_environment = env is None
         if env is None:
             load_dotenv(Path.cwd() / ".env", override=False)
             env = dict(os.environ)
@@ -134,4 +148,6 @@ class Settings:
             tools_dir=tools_dir,
             parquet_base_path=parquet_base_path,
             embedded_port=embedded_port,
+            reconcile_cron=_read_cron(env),
+            mongo_uri_in_environment=from_process_environment and mongo_uri is not None,
         )

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from bson import ObjectId
+from dagster import get_dagster_logger
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -58,11 +59,44 @@ def read_user_goals(spark: SparkSession, mongo: MongoResource, user_ids: list[st
     return spark.read.format("mongodb").options(**options).schema("_id string, goals string").load()
 
 
+def is_duplicate_key_error(error: Exception) -> bool:
+    """Return True when a write failed on a unique index (MongoDB error E11000)."""
+
+    return "E11000" in str(error) or "duplicate key" in str(error).lower()
+
+
+def read_all_user_goals(spark: SparkSession, mongo: MongoResource) -> DataFrame:
+    """Read `_id` and the `goals` sub-document (as JSON text) of every user."""
+
+    options = mongo.spark_read_options(contract.USERS, [{"$project": {"goals": 1}}])
+    return spark.read.format("mongodb").options(**options).schema("_id string, goals string").load()
+
+
+def read_analytics_keys(spark: SparkSession, mongo: MongoResource) -> DataFrame:
+    """Read the (userId, metricType, timeRange) key of every `analytics` document."""
+
+    pipeline = [{"$project": {"userId": 1, "metricType": 1, "timeRange": 1}}]
+    options = mongo.spark_read_options(contract.ANALYTICS, pipeline)
+    schema = "_id string, userId string, metricType string, timeRange string"
+    return spark.read.format("mongodb").options(**options).schema(schema).load()
+
+
 def upsert_analytics(documents: DataFrame, mongo: MongoResource) -> None:
-    """Upsert `analytics` documents on (userId, metricType, timeRange); re-running writes the same values."""
+    """Upsert `analytics` documents on (userId, metricType, timeRange); re-running writes the same values.
+
+    Two writers upserting one new key at the same moment can both try to insert it; the unique
+    index rejects the second with a duplicate-key error, and one retry then finds the document and
+    updates it.
+    """
 
     options = mongo.spark_upsert_options(contract.ANALYTICS, ["userId", "metricType", "timeRange"])
-    documents.write.format("mongodb").mode("append").options(**options).save()
+    try:
+        documents.write.format("mongodb").mode("append").options(**options).save()
+    except Exception as error:  # Py4J wraps the driver's exception; its text carries the error code.
+        if not is_duplicate_key_error(error):
+            raise
+        get_dagster_logger().warning("analytics upsert hit a duplicate key from a concurrent writer; retrying once")
+        documents.write.format("mongodb").mode("append").options(**options).save()
 
 
 def upsert_quarantine(rejected: DataFrame, mongo: MongoResource, run_id: str, quarantined_at: datetime) -> None:

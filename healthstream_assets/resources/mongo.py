@@ -99,6 +99,21 @@ class MongoResource(ConfigurableResource):
 
         return Position.from_document(last[0]), collection.count_documents(window_filter)
 
+    def delete_analytics_documents(self, document_ids: list[str]) -> int:
+        """Delete `analytics` documents by `_id` (hex strings); return how many were deleted."""
+
+        collection = self.database()[contract.ANALYTICS]
+        deleted = 0
+        for start in range(0, len(document_ids), 1000):
+            batch = [ObjectId(document_id) for document_id in document_ids[start : start + 1000]]
+            deleted += collection.delete_many({"_id": {"$in": batch}}).deleted_count
+        return deleted
+
+    def count_stamped_after(self, moment: datetime) -> int:
+        """Return how many `healthmetrics` documents are stamped after `moment` (waiting for their time)."""
+
+        return self.database()[contract.HEALTH_METRICS].count_documents({"updatedAt": {"$gt": moment}})
+
     def delete_analytics_without_values(self, user_ids: list[str], present: dict[str, list[str]]) -> int:
         """Delete the analytics of these users for metrics that no longer have any value; return the count."""
 

@@ -19,6 +19,9 @@ def spark_config(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "8",
         "spark.ui.enabled": "false",
+        # The connector's `connection.uri` option can carry a password: redact it in plans and logs.
+        "spark.sql.redaction.options.regex": "(?i)url|uri|password",
+        "spark.redaction.regex": "(?i)secret|password|token|access[.]key|uri",
         "spark.ui.showConsoleProgress": "false",
     }
 

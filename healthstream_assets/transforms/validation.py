@@ -23,6 +23,9 @@ from pyspark.sql.types import (
 
 from healthstream_assets.contract import METRIC_RANGES
 
+# Metrics that a non-wear day of an import reports as 0 although nothing was measured.
+NOT_MEASURED_METRICS = ("steps", "distance", "calories", "activeMinutes")
+
 # A metric sent as a string is accepted when it is a plain decimal number ("9727", "7.5");
 # anything else, such as the thousands separator in "8,253", is rejected rather than guessed.
 _DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
@@ -112,6 +115,7 @@ def validate_document_fields(
     updated_at_type: str,
     metrics_json: str | None,
     metrics_type: str,
+    source: str | None = None,
 ) -> list[tuple[str | None, float | None, str | None, str | None]]:
     """Return `(metricType, value, reason, detail)` rows for one document.
 
@@ -133,19 +137,51 @@ def validate_document_fields(
     except (TypeError, ValueError):
         return [(None, None, "invalid_metrics", None)]
 
+    if not isinstance(metrics, dict):
+        return [(None, None, "invalid_metrics", None)]
+
+    not_measured = is_not_measured_import(source, metrics)
+
     rows = []
     for metric in METRIC_RANGES:
         raw = metrics.get(metric.name)
         value, metric_reason = _metric_value(metric.name, raw, metric.minimum, metric.maximum)
+        if not_measured and metric.name in NOT_MEASURED_METRICS and raw is not None:
+            value, metric_reason = None, "not_measured_sentinel"
         detail = None if metric_reason is None else json.dumps(raw)[:200]
         rows.append((metric.name, value, metric_reason, detail))
 
     return rows
 
 
-def _validate_columns(user_id_type, date_text, date_type, updated_at_type, metrics_json, metrics_type):
+def _is_zero_or_absent(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0)
+
+
+def is_not_measured_import(source: str | None, metrics: dict) -> bool:
+    """Return True for an imported day whose zeros mean the device was not worn.
+
+    Fitbit exports a non-wear day as 0 steps with 1440 sedentary minutes. Imports that carry
+    `sedentaryMinutes` are judged by it; without it, 0 steps with no distance and no active minutes
+    is taken as the same sentinel. Manual and Google Fit entries of 0 are kept as real values.
+    """
+
+    steps = metrics.get("steps")
+    if source != "import" or steps is None or not _is_zero_or_absent(steps):
+        return False
+
+    sedentary = metrics.get("sedentaryMinutes")
+    if sedentary is not None:
+        return sedentary == 1440
+
+    return _is_zero_or_absent(metrics.get("distance")) and _is_zero_or_absent(metrics.get("activeMinutes"))
+
+
+def _validate_columns(user_id_type, date_text, date_type, updated_at_type, metrics_json, metrics_type, source):
     # Without type hints, so Spark treats it as a plain row-at-a-time Python UDF.
-    return validate_document_fields(user_id_type, date_text, date_type, updated_at_type, metrics_json, metrics_type)
+    return validate_document_fields(
+        user_id_type, date_text, date_type, updated_at_type, metrics_json, metrics_type, source
+    )
 
 
 _validate_udf = F.udf(_validate_columns, ArrayType(ROW_SCHEMA))
@@ -167,6 +203,7 @@ def validate_documents(raw: DataFrame) -> DataFrame:
                 F.col("updatedAtType"),
                 F.col("metrics"),
                 F.col("metricsType"),
+                F.col("source"),
             )
         ),
     )
