@@ -663,7 +663,7 @@ def _upsert_days(
         user_id = fitbit_user_id(day.fitbit_id)
         day_start = _day_start(day.day)
         document = stored.get((user_id, day_start))
-        if document is not None and document.get("source") == SOURCE and False:
+        if document is not None and document.get("source") == SOURCE and document.get("metrics") == day.metrics:
             unchanged += 1
             continue
 

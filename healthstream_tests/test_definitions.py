@@ -29,7 +29,9 @@ def test_definitions_load_and_validate(tmp_path):
         "user_goals",
         "rolling_averages",
         "analytics",
+        "analytics_reconciliation",
     }
+    assert defs.resolve_schedule_def("analytics_reconciliation_schedule").cron_schedule == "0 3 * * *"
 
 
 def test_dagster_definitions_validate_command(tmp_path):

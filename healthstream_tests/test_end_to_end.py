@@ -3,11 +3,13 @@
 Expected values are computed here from the CSV files with pandas, independently of the Spark code.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
 from dagster import DagsterInstance
+
+from reference_analytics import compute_reference, daily_from_documents
 
 from healthstream_assets import contract
 from healthstream_assets.definitions import build_definitions, policy_from_settings
@@ -49,6 +51,14 @@ def _analytics(db, fitbit_id: str, metric_type: str, time_range: str) -> dict:
     )
 
 
+def _window_only(document: dict) -> dict:
+    """Return the document with only the fields computed from its own N-day window."""
+
+    analytics = document["analytics"]
+    window_fields = {"rollingAverage": analytics["rollingAverage"], "statistics": analytics["statistics"]}
+    return {**document, "analytics": window_fields}
+
+
 def _values(document: dict) -> dict:
     """Return the computed fields flattened to dotted keys, floats wrapped for a 1e-9 relative comparison.
 
@@ -69,6 +79,55 @@ def _values(document: dict) -> dict:
     for key in ("analytics", "asOfDate", "windowStartDate"):
         walk(key, document[key])
     return flat
+
+
+def _compare(path: str, actual, expected, mismatches: list[str]) -> None:
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            mismatches.append(f"{path}: {actual!r} is not an object")
+            return
+        for key, value in expected.items():
+            if key == "message":
+                continue
+            _compare(f"{path}.{key}", actual.get(key), value, mismatches)
+        return
+
+    if isinstance(expected, date) and not isinstance(expected, datetime):
+        expected = datetime(expected.year, expected.month, expected.day, tzinfo=UTC)
+
+    if isinstance(expected, float) and isinstance(actual, (int, float)) and not isinstance(actual, bool):
+        if actual != pytest.approx(expected, rel=1e-9, abs=1e-12):
+            mismatches.append(f"{path}: {actual!r} != {expected!r}")
+        return
+
+    if actual != expected:
+        mismatches.append(f"{path}: {actual!r} != {expected!r}")
+
+
+def _assert_matches_reference(db, stored: dict) -> None:
+    """Compare every field of every stored analytics document with the plain-Python reference."""
+
+    daily = daily_from_documents(db[contract.HEALTH_METRICS].find())
+    goals = {str(user["_id"]): user.get("goals") for user in db[contract.USERS].find()}
+    calculated_at = next(iter(stored.values()))["calculatedAt"]
+    expected = compute_reference(daily, goals, calculated_at)
+
+    assert {(str(user), metric, time_range) for user, metric, time_range in stored} == set(expected)
+
+    mismatches = []
+    for (user_id, metric_type, time_range), document in stored.items():
+        reference = expected[(str(user_id), metric_type, time_range)]
+        _compare(f"{user_id}/{metric_type}/{time_range}", document, reference, mismatches)
+
+        analytics = document["analytics"]
+        assert analytics["trend"] in ("up", "down", "stable")
+        assert -100 <= analytics["trendPercentage"] <= 1000
+        assert 0 <= analytics["percentile"] <= 100
+        assert 0 <= analytics["streakDays"] <= 3650
+        if analytics["anomalyDetails"] is not None:
+            assert len(analytics["anomalyDetails"]["message"]) <= 500
+
+    assert mismatches == [], f"{len(mismatches)} fields differ from the reference, first: {mismatches[:10]}"
 
 
 @pytest.mark.slow
@@ -101,6 +160,7 @@ def test_fitbit_pipeline_end_to_end(settings, mongo_db, fitbit_dir):
     before = {
         (doc["userId"], doc["metricType"], doc["timeRange"]): doc for doc in mongo_db[contract.ANALYTICS].find()
     }
+    _assert_matches_reference(mongo_db, before)
 
     nothing_new = run_once(defs, instance, first.cursor, policy)
     assert nothing_new.run_id is None
@@ -128,8 +188,12 @@ def test_fitbit_pipeline_end_to_end(settings, mongo_db, fitbit_dir):
         assert changed["analytics"]["rollingAverage"] == pytest.approx(expected_mean, rel=1e-9)
         assert changed["analytics"] != before[(user_id, "steps", time_range)]["analytics"]
 
-    # The 7-day window ends on 2016-05-12 and starts on 05-06, so the edit of 05-01 is outside it.
-    assert _values(after[(user_id, "steps", "7day")]) == _values(before[(user_id, "steps", "7day")])
+    # The 7-day window is 05-06 .. 05-12, so the edit of 05-01 leaves its statistics alone, but the
+    # previous window (04-29 .. 05-05) contains it, so the trend moves.
+    seven_day_before = before[(user_id, "steps", "7day")]
+    seven_day_after = after[(user_id, "steps", "7day")]
+    assert _values(_window_only(seven_day_after)) == _values(_window_only(seven_day_before))
+    assert seven_day_after["analytics"]["trendPercentage"] != seven_day_before["analytics"]["trendPercentage"]
 
     for key, document in after.items():
         if key[0] != user_id:
