@@ -161,20 +161,15 @@ def _is_zero_or_absent(value: object) -> bool:
 def is_not_measured_import(source: str | None, metrics: dict) -> bool:
     """Return True for an imported day whose zeros mean the device was not worn.
 
-    Fitbit exports a non-wear day as 0 steps with 1440 sedentary minutes. Imports that carry
-    `sedentaryMinutes` are judged by it; without it, 0 steps with no distance and no active minutes
-    is taken as the same sentinel. Manual and Google Fit entries of 0 are kept as real values.
+    Fitbit exports a non-wear day as 0 steps with 1440 sedentary minutes; an import that keeps
+    `sedentaryMinutes` shows it. Without that field a 0 is kept, since 0 steps alone can be real.
     """
 
     steps = metrics.get("steps")
     if source != "import" or steps is None or not _is_zero_or_absent(steps):
         return False
 
-    sedentary = metrics.get("sedentaryMinutes")
-    if sedentary is not None:
-        return sedentary == 1440
-
-    return _is_zero_or_absent(metrics.get("distance")) and _is_zero_or_absent(metrics.get("activeMinutes"))
+    return metrics.get("sedentaryMinutes") == 1440
 
 
 def _validate_columns(user_id_type, date_text, date_type, updated_at_type, metrics_json, metrics_type, source):

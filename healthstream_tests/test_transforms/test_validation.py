@@ -81,3 +81,35 @@ def test_absent_metric_has_no_value_not_zero():
     assert rows["calories"] == (None, None)
     assert rows["weight"] == (None, None)
     assert rows["steps"] == (5000.0, None)
+
+
+def _rows_for_source(source: str, metrics: dict) -> dict:
+    rows = validate_document_fields("objectId", MIDNIGHT, "date", "date", json.dumps(metrics), "object", source)
+    return {metric_type: (value, reason) for metric_type, value, reason, _ in rows}
+
+
+NON_WEAR_DAY = {"steps": 0, "distance": 0, "calories": 1347, "activeMinutes": 0, "sedentaryMinutes": 1440, "weight": 61.5}
+
+
+def test_import_non_wear_sentinel_rejected():
+    rows = _rows_for_source("import", NON_WEAR_DAY)
+
+    assert rows["steps"] == (None, "not_measured_sentinel")
+    assert rows["distance"] == (None, "not_measured_sentinel")
+    assert rows["calories"] == (None, "not_measured_sentinel")
+    assert rows["activeMinutes"] == (None, "not_measured_sentinel")
+    assert rows["weight"] == (61.5, None)
+
+
+def test_manual_zero_steps_kept():
+    rows = _rows_for_source("manual", NON_WEAR_DAY)
+
+    assert rows["steps"] == (0.0, None)
+    assert rows["calories"] == (1347.0, None)
+
+
+def test_import_zero_steps_without_sedentary_kept():
+    rows = _rows_for_source("import", {"steps": 0, "distance": 0, "activeMinutes": 0})
+
+    assert rows["steps"] == (0.0, None)
+    assert rows["distance"] == (0.0, None)
