@@ -39,6 +39,13 @@ def mongo_client(mongo_uri) -> pymongo.MongoClient:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def server_is_ferretdb(mongo_client) -> bool:
+    """True on FerretDB, which rejects NaN and infinity and closes the connection on a NaN insert."""
+
+    return "ferretdbVersion" in mongo_client.admin.command("buildInfo")
+
+
 @pytest.fixture
 def mongo_db(mongo_client):
     """A fresh database with a unique name, dropped after the test."""

@@ -7,7 +7,6 @@ Cases given as raw documents go through MongoDB and the connector, as a window r
 import copy
 import json
 import math
-import os
 from datetime import UTC, datetime
 
 import pytest
@@ -23,9 +22,7 @@ from healthstream_assets.transforms.validation import accepted_rows, validate_do
 
 DAILY_SCHEMA = "userId string, metricType string, date date, value double"
 
-# Only a genuine MongoDB stores NaN and infinity; the embedded FerretDB rejects them. Set
-# HEALTHSTREAM_SERVER_ACCEPTS_NAN=1 when MONGO_URI points at MongoDB to include those documents.
-SERVER_ACCEPTS_NON_FINITE = os.environ.get("HEALTHSTREAM_SERVER_ACCEPTS_NAN") == "1"
+
 
 
 def _prefixed(hex_id: str, case_index: int) -> str:
@@ -68,21 +65,21 @@ def _has_non_finite_metric(document: dict) -> bool:
     return any(isinstance(value, float) and not math.isfinite(value) for value in metrics.values())
 
 
-def _insert_each(collection, documents: list[dict]) -> None:
-    """Insert the documents; skip those with NaN or infinity when the server rejects them.
+def _insert_each(collection, documents: list[dict], server_is_ferretdb: bool) -> None:
+    """Insert the documents; on FerretDB skip those with NaN or infinity, which it rejects.
 
-    FerretDB rejects such values (it closes the connection on NaN), so they never reach a window
-    there, which leaves the expected analytics the same as when the pipeline drops them.
+    Skipped there, they never reach a window, which leaves the expected analytics the same as when
+    the pipeline drops them on MongoDB.
     """
 
     for document in documents:
-        if _has_non_finite_metric(document) and not SERVER_ACCEPTS_NON_FINITE:
+        if _has_non_finite_metric(document) and server_is_ferretdb:
             continue
         collection.insert_one(document)
 
 
 @pytest.fixture(scope="module")
-def case_documents(spark, mongo_client, mongo_uri):
+def case_documents(spark, mongo_client, mongo_uri, server_is_ferretdb):
     """Compute the analytics documents of every case at once; return them by (userId, metric, range)."""
 
     db = mongo_client[f"hs_test_cases_{ObjectId()}"]
@@ -98,7 +95,7 @@ def case_documents(spark, mongo_client, mongo_uri):
 
     daily = spark.createDataFrame(daily_rows, DAILY_SCHEMA)
     if raw_documents:
-        _insert_each(db[contract.HEALTH_METRICS], raw_documents)
+        _insert_each(db[contract.HEALTH_METRICS], raw_documents, server_is_ferretdb)
         resource = MongoResource(uri=mongo_uri, database_name=db.name)
         raw = spark_io.read_health_metrics(spark, resource, {})
         daily = daily.unionByName(daily_values(accepted_rows(validate_documents(raw))))
