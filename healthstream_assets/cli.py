@@ -13,6 +13,7 @@ import click
 import pymongo
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo.errors import PyMongoError
 
 from healthstream_assets import contract
 from healthstream_assets.embedded_server import EmbeddedServer, EmbeddedServerError
@@ -235,10 +236,19 @@ def run_once_command() -> None:
     os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(settings))
     defs = build_definitions(settings)
 
+    client = pymongo.MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=10_000)
+    try:
+        client.admin.command("ping")
+    except PyMongoError as error:
+        raise click.ClickException(f"MongoDB at {mask_uri(settings.mongo_uri)} is unreachable: {error}") from None
+    finally:
+        client.close()
+
     with DagsterInstance.get() as instance:
         cursor = read_cursor(instance)
         outcome = run_once(defs, instance, cursor, policy_from_settings(settings))
-        write_cursor(instance, outcome.cursor)
+        if outcome.cursor is not None:
+            write_cursor(instance, outcome.cursor)
 
     if outcome.run_id is None:
         click.echo(f"nothing to run: {outcome.skip_reason}")

@@ -1,5 +1,6 @@
 """The Spark session configuration: local mode by default, a cluster or Spark Connect by setting."""
 
+import logging
 import os
 import sys
 
@@ -45,6 +46,9 @@ def prepare_spark_environment() -> None:
     another version, and Spark then fails with PYTHON_VERSION_MISMATCH. `spark.pyspark.python`
     does not fix that; the PYSPARK_PYTHON variable does.
     """
+
+    # py4j logs every command sent to the JVM at DEBUG, connector options (and URIs) included.
+    logging.getLogger("py4j").setLevel(logging.INFO)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
