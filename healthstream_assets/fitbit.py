@@ -30,6 +30,7 @@ from healthstream_assets.contract import DEFAULT_GOALS, HEALTH_METRICS, USERS
 __all__ = [
     "DayVersion",
     "FitbitDataError",
+    "FitbitFileNotFoundError",
     "FitbitDay",
     "FitbitExport",
     "FitbitLoadReport",
@@ -63,7 +64,12 @@ ACTIVITY_METRIC_KEYS = ("steps", "distance", "calories", "activeMinutes")
 # A day with a full day of sedentary minutes and no steps means the tracker was not worn.
 MINUTES_PER_DAY = 1440
 
-WRITE_BATCH_SIZE = 500
+# Maximum operations per bulk_write call. FerretDB 1.24 (SQLite backend) keeps a connection open
+# for every update statement that matches a document until the whole update command ends, and its
+# pool has 100 connections per database. An update command with about 100 matching statements
+# therefore deadlocks that database (seen with pymongo 4.20 against FerretDB v1.24.2).
+# pymongo sends at most this many statements per command, which leaves room for other clients.
+WRITE_BATCH_SIZE = 50
 
 _MONTH_FOLDER_PREFIX = "mturkfitbit_"
 _MONTH_FOLDER_NAME = re.compile(
@@ -85,7 +91,14 @@ _WEIGHT_COLUMNS = ("Id", "Date", "WeightKg")
 
 
 class FitbitDataError(ValueError):
-    """A Fitbit export file is malformed. The message names the file, line and value."""
+    """Error for a malformed Fitbit export.
+
+    The message names the file or folder, and for a row also its line and value.
+    """
+
+
+class FitbitFileNotFoundError(FitbitDataError, FileNotFoundError):
+    """Error for a missing data folder, month folder or required file. The message names the path."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,10 @@ class MonthFolder:
 
 @dataclass(frozen=True)
 class MonthRowCounts:
-    """Rows read from one month folder. A missing optional file counts 0 rows."""
+    """Row counts of one month folder.
+
+    `sleep_rows` includes the duplicate rows. A missing optional file counts 0 rows.
+    """
 
     folder: str
     start: date
@@ -199,7 +215,10 @@ def fitbit_user_id(fitbit_id: str) -> ObjectId:
     """
 
     if not fitbit_id or fitbit_id != fitbit_id.strip():
-        raise ValueError(f"invalid Fitbit Id {fitbit_id!r}: expected a non-empty string without spaces")
+        raise ValueError(
+            f"invalid Fitbit Id {fitbit_id!r}: expected a non-empty string without leading or "
+            "trailing whitespace"
+        )
 
     digest = hashlib.sha256(f"fitbit:{fitbit_id}".encode()).digest()
     return ObjectId(digest[:12])
@@ -225,13 +244,14 @@ def find_month_folders(data_dir: Path) -> list[MonthFolder]:
     """Find the month folders in `data_dir` and return them ordered by the start date in their names.
 
     Folders that do not start with `mturkfitbit_` (such as `heartrate_samples`) are ignored.
-    Raises FileNotFoundError when `data_dir` or every month folder is missing, and FitbitDataError
-    for a month folder whose name does not parse or whose start date repeats another folder's.
+    Raises FitbitFileNotFoundError when `data_dir` or every month folder is missing, and
+    FitbitDataError for a month folder whose name does not parse or whose start date repeats
+    another folder's.
     """
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"Fitbit data folder not found: {data_dir}")
+        raise FitbitFileNotFoundError(f"Fitbit data folder not found: {data_dir}")
 
     folders = []
     for path in data_dir.iterdir():
@@ -241,7 +261,7 @@ def find_month_folders(data_dir: Path) -> list[MonthFolder]:
         folders.append(_parse_month_folder_name(path))
 
     if not folders:
-        raise FileNotFoundError(
+        raise FitbitFileNotFoundError(
             f"no month folder named like mturkfitbit_3.12.16-4.11.16 found in {data_dir}"
         )
 
@@ -250,7 +270,7 @@ def find_month_folders(data_dir: Path) -> list[MonthFolder]:
         if earlier.start == later.start:
             raise FitbitDataError(
                 f"month folders {earlier.path.name} and {later.path.name} start on the same date "
-                f"{earlier.start.isoformat()}, so their order is ambiguous; remove one of them"
+                f"{earlier.start.isoformat()}, so their order is ambiguous. Remove one of them."
             )
 
     return folders
@@ -279,8 +299,8 @@ def _parse_month_folder_name(path: Path) -> MonthFolder:
 def parse_fitbit_export(data_dir: Path) -> FitbitExport:
     """Parse every month folder of `data_dir` into per-day month versions, without touching MongoDB.
 
-    Raises FileNotFoundError naming the path when a month folder lacks dailyActivity_merged.csv,
-    and FitbitDataError naming file, line and value for a malformed row.
+    Raises FitbitFileNotFoundError, a FileNotFoundError, naming the path when a month folder lacks
+    dailyActivity_merged.csv, and FitbitDataError naming file, line and value for a malformed row.
     """
 
     folders = find_month_folders(data_dir)
@@ -308,7 +328,7 @@ def _parse_month(
 
     activity_path = folder.path / ACTIVITY_FILE
     if not activity_path.is_file():
-        raise FileNotFoundError(
+        raise FitbitFileNotFoundError(
             f"required Fitbit file not found: {activity_path} "
             f"(every month folder needs {ACTIVITY_FILE})"
         )
@@ -390,7 +410,7 @@ def _read_activity(
         if key in first_lines:
             raise FitbitDataError(
                 f"{path}:{line}: second activity row for Id {fitbit_id} on {day.isoformat()} "
-                f"(first on line {first_lines[key]})"
+                f"(first on line {first_lines[key]}): expected one row per user and day"
             )
 
         first_lines[key] = line
@@ -438,7 +458,7 @@ def _read_sleep(path: Path) -> tuple[dict[tuple[str, date], float], int]:
 
             raise FitbitDataError(
                 f"{path}:{line}: sleep row for Id {fitbit_id} on {day.isoformat()} differs from "
-                f"the row on line {first_line}; expected one row per user and night"
+                f"the row on line {first_line}: expected one row per user and night"
             )
 
         first_rows[key] = (line, row)
@@ -531,6 +551,9 @@ def load_fitbit(
 ) -> FitbitLoadReport:
     """Upsert the export into `users` and `healthmetrics` and return the counts.
 
+    It creates no index, so the caller creates the unique index `{userId: 1, date: 1}` on
+    `healthmetrics` first.
+
     `clock` is called once. Its value, truncated to milliseconds, is the `updatedAt` of this load,
     and month version i of a day gets that time plus i ms, so a later month's write is strictly
     later. A day whose stored document already has the final source and metrics is skipped, so a
@@ -599,7 +622,7 @@ def _day_start(day: date) -> datetime:
 
 
 def _upsert_users(users: Collection, fitbit_ids: tuple[str, ...], loaded_at: datetime) -> int:
-    """Insert missing users and repair fitbitId or source on existing ones; return the number inserted.
+    """Insert missing users, repair fitbitId or source on existing ones, and return the number inserted.
 
     Goals and createdAt are set only on insert, so goals the user edited later survive a re-load.
     """
@@ -614,7 +637,12 @@ def _upsert_users(users: Collection, fitbit_ids: tuple[str, ...], loaded_at: dat
     inserted = 0
     for user_id, fitbit_id in user_ids.items():
         document = stored.get(user_id)
-        if document is not None and document.get("fitbitId") == fitbit_id and document.get("source") == SOURCE:
+        is_current = (
+            document is not None
+            and document.get("fitbitId") == fitbit_id
+            and document.get("source") == SOURCE
+        )
+        if is_current:
             continue
 
         if document is None:
@@ -640,16 +668,19 @@ def _upsert_users(users: Collection, fitbit_ids: tuple[str, ...], loaded_at: dat
 def _upsert_days(
     healthmetrics: Collection, export: FitbitExport, loaded_at: datetime
 ) -> tuple[int, int, int, int]:
-    """Write each changed day once per month version; return inserted, updated, unchanged, operations.
+    """Write each changed day once per month version and return the counts.
+
+    The counts are (inserted, updated, unchanged, operations sent).
 
     Each version sets the metrics merged over the months up to and including it, so the document
     after the last version equals the day's final state, and metric keys from older loads that the
     export no longer has are replaced.
 
-    Writes address documents by `_id`: the stored `_id` of a known day, or a driver-generated one
-    for a new day, whose first version is an InsertOne. FerretDB 1.24 on SQLite runs a filter on
-    `{userId, date}` as a collection scan, which made the whole export take 69 s with upserts on
-    that filter and 0.3 s this way (measured on a 2-core machine).
+    Updates filter on `_id` alone: the stored `_id` of a known day, or a driver-generated one for a
+    new day, whose first version is an InsertOne. FerretDB 1.24 on SQLite uses an index only for a
+    filter that is exactly `{_id: value}` and scans the collection for any other. Upserts on
+    `{userId, date}` made the first load of the whole export take 69 s, and this way takes 0.5 s
+    (1,373 days, measured once each on a shared 2-core machine).
     NOTE: a document for the same user and day that another writer inserts between the read and
     the write makes the insert fail on the unique index `{userId: 1, date: 1}`, or without that
     index leaves two documents for the day. Loading again resolves the first case.
@@ -663,7 +694,12 @@ def _upsert_days(
         user_id = fitbit_user_id(day.fitbit_id)
         day_start = _day_start(day.day)
         document = stored.get((user_id, day_start))
-        if document is not None and document.get("source") == SOURCE and document.get("metrics") == day.metrics:
+        is_current = (
+            document is not None
+            and document.get("source") == SOURCE
+            and document.get("metrics") == day.metrics
+        )
+        if is_current:
             unchanged += 1
             continue
 

@@ -95,7 +95,7 @@ def write_month(
     weight: list[str] | None = None,
     line_ending: str = "\n",
 ) -> Path:
-    """Write a month folder with the given data lines; None leaves a file out."""
+    """Write a month folder with the given data lines. A None list leaves that file out."""
 
     path = root / folder
     path.mkdir(parents=True)
@@ -116,7 +116,10 @@ def write_month(
 
 @pytest.fixture
 def indexed_db(mongo_db):
-    """Database with the unique `{userId: 1, date: 1}` index that production code creates elsewhere."""
+    """Database with the unique `{userId: 1, date: 1}` index on healthmetrics.
+
+    load_fitbit creates no index, because production code creates this one before loading.
+    """
 
     mongo_db["healthmetrics"].create_index([("userId", 1), ("date", 1)], unique=True)
     return mongo_db
@@ -338,7 +341,7 @@ def test_weight_last_entry_by_time(tmp_path):
     assert export.weight_entries == 3
 
 
-def test_sleep_only_day_gets_a_day(tmp_path):
+def test_day_without_activity_kept(tmp_path):
     write_month(
         tmp_path,
         "mturkfitbit_4.12.16-5.12.16",
@@ -375,6 +378,7 @@ def test_missing_activity_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError) as raised:
         parse_fitbit_export(tmp_path)
 
+    assert isinstance(raised.value, FitbitDataError)
     assert str(later / "dailyActivity_merged.csv") in str(raised.value)
 
 
@@ -473,7 +477,8 @@ def test_load_writes_every_day(indexed_db, fitbit_dir):
     assert healthmetrics.count_documents({}) == 1373
     assert healthmetrics.count_documents({"source": "import"}) == 1373
 
-    document = healthmetrics.find_one({"userId": fitbit_user_id("1503960366"), "date": utc_midnight(date(2016, 4, 13))})
+    query = {"userId": fitbit_user_id("1503960366"), "date": utc_midnight(date(2016, 4, 13))}
+    document = healthmetrics.find_one(query)
     assert isinstance(document["_id"], ObjectId)
     assert document["date"] == datetime(2016, 4, 13, tzinfo=timezone.utc)
     assert document["date"].utcoffset() == timedelta(0)
@@ -576,8 +581,11 @@ def test_edited_goal_survives_reload(indexed_db, fitbit_dir):
     users = indexed_db["users"]
     user_id = fitbit_user_id("1503960366")
     users.update_one({"_id": user_id}, {"$set": {"goals.stepGoal": 12000}})
-    # A user whose source was changed gets its source repaired, but keeps its goals.
-    users.update_one({"_id": fitbit_user_id("1624580081")}, {"$set": {"source": "manual"}})
+    # A user whose source was changed is written again, which repairs the source and keeps the goals.
+    users.update_one(
+        {"_id": fitbit_user_id("1624580081")},
+        {"$set": {"source": "manual", "goals.sleepGoal": 7}},
+    )
 
     load_fitbit(fitbit_dir, indexed_db, clock=RecordingClock(LOAD_TIME + timedelta(days=1)))
     edited = users.find_one({"_id": user_id})
@@ -586,7 +594,7 @@ def test_edited_goal_survives_reload(indexed_db, fitbit_dir):
     assert edited["goals"]["stepGoal"] == 12000
     assert edited["updatedAt"] == LOAD_TIME_MS
     assert repaired["source"] == "import"
-    assert repaired["goals"] == DEFAULT_GOALS
+    assert repaired["goals"] == {**DEFAULT_GOALS, "sleepGoal": 7}
     assert repaired["updatedAt"] == LOAD_TIME_MS + timedelta(days=1)
 
 
@@ -605,6 +613,57 @@ def test_changed_document_restored(indexed_db, fitbit_dir):
     assert "heartPoints" not in document["metrics"]
     assert document["createdAt"] == LOAD_TIME_MS + timedelta(milliseconds=1)
     assert document["updatedAt"] == LOAD_TIME_MS + timedelta(days=1, milliseconds=1)
+
+
+def test_many_changed_documents_rewritten(indexed_db, fitbit_dir):
+    load_fitbit(fitbit_dir, indexed_db, clock=RecordingClock(LOAD_TIME))
+    healthmetrics = indexed_db["healthmetrics"]
+    fitbit_ids = ("1503960366", "1624580081", "1644430081", "1844505072")
+    user_ids = [fitbit_user_id(fitbit_id) for fitbit_id in fitbit_ids]
+    changed = {"userId": {"$in": user_ids}}
+    healthmetrics.update_many(changed, {"$set": {"source": "manual"}})
+    changed_count = healthmetrics.count_documents(changed)
+
+    # FerretDB 1.24 deadlocks on an update command with about 100 statements that match
+    # documents, so more than 100 changed documents check that the writes go in smaller batches.
+    assert changed_count > 100
+
+    report = load_fitbit(fitbit_dir, indexed_db, clock=RecordingClock(LOAD_TIME + timedelta(days=1)))
+
+    assert report.documents_updated == changed_count
+    assert report.documents_unchanged == 1373 - changed_count
+    assert healthmetrics.count_documents({"source": "manual"}) == 0
+
+
+def test_merged_metrics_stored(indexed_db, tmp_path):
+    write_month(
+        tmp_path,
+        "mturkfitbit_3.12.16-4.12.16",
+        [activity_line("7", "4/12/2016", 300)],
+        weight=["7,4/12/2016 6:00:00 AM,80,176.4,,25,True,1"],
+    )
+    write_month(
+        tmp_path,
+        "mturkfitbit_4.12.16-5.12.16",
+        [activity_line("7", "4/12/2016", 9000)],
+        sleep=["7,4/12/2016 12:00:00 AM,1,450,470"],
+    )
+
+    report = load_fitbit(tmp_path, indexed_db, clock=RecordingClock(LOAD_TIME))
+    document = indexed_db["healthmetrics"].find_one({"userId": fitbit_user_id("7")})
+
+    assert report.days == 1
+    assert report.write_operations == 2
+    assert document["metrics"] == {
+        "steps": 9000,
+        "distance": 9000 * 0.00075,
+        "calories": 2000,
+        "activeMinutes": 15,
+        "sleepHours": 7.5,
+        "weight": 80.0,
+    }
+    assert document["createdAt"] == LOAD_TIME_MS
+    assert document["updatedAt"] == LOAD_TIME_MS + timedelta(milliseconds=1)
 
 
 def test_naive_clock_raises(mongo_db, fitbit_dir):

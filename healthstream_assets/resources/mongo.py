@@ -152,6 +152,10 @@ class MongoResource(ConfigurableResource):
             "upsertDocument": "true",
             "convertJson": "objectOrArrayOnly",
             "ordered": "false",
+            # FerretDB 1.24 holds one pooled connection per matched statement of an update command
+            # until the command ends, with 100 per database; a batch of 100 updates of existing
+            # documents hangs that database. Batches of 50 stay clear of it.
+            "maxBatchSize": "50",
         }
 
 
