@@ -84,3 +84,29 @@ def test_analytics_upsert_replaces_values(spark, mongo_db, mongo_uri):
     assert stored[0]["_id"] == first_id
     assert stored[0]["analytics"]["rollingAverage"] == 3000.0
     assert stored[0]["metadata"]["sparkJobId"] == "run-2"
+
+
+def test_analytics_reupsert_of_many_existing_documents(spark, mongo_db, mongo_uri):
+    # 40 users x 3 time ranges = 120 documents that all exist on the second write: one update
+    # command matching 100 or more of them hangs a FerretDB 1.24 database, so writes are batched.
+    resource = MongoResource(uri=mongo_uri, database_name=mongo_db.name)
+    resource.ensure_indexes()
+    users = [str(ObjectId()) for _ in range(40)]
+    daily = spark.createDataFrame(
+        [(user, "steps", date(2026, 1, 1), 1000.0 + index) for index, user in enumerate(users)],
+        "userId string, metricType string, date date, value double",
+    )
+    rolling = spark.createDataFrame(
+        [(user, "steps", date(2026, 1, 1), 1000.0 + index, 1, 1000.0 + index, 1, 1000.0 + index, 1) for index, user in enumerate(users)],
+        "userId string, metricType string, date date, avg_7day double, count_7day long, "
+        "avg_30day double, count_30day long, avg_90day double, count_90day long",
+    )
+    goals = spark.createDataFrame([], GOALS_SCHEMA_WITH_USER)
+    statistics = window_statistics(daily, rolling, goals)
+    calculated_at = datetime(2026, 1, 2, tzinfo=UTC)
+
+    documents = to_analytics_documents(statistics, "run-1", calculated_at, 10, spark.version)
+    spark_io.upsert_analytics(documents, resource)
+    spark_io.upsert_analytics(documents, resource)
+
+    assert mongo_db[contract.ANALYTICS].count_documents({}) == 120
