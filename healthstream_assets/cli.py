@@ -31,6 +31,13 @@ run_coordinator:
     tag_concurrency_limits:
       - key: healthstream/analytics_writer
         limit: 1
+# A run whose worker died (killed, out of memory) would stay STARTED and, holding the writer slot,
+# block every later window; the monitoring daemon fails runs older than the maximum runtime.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
+  max_runtime_seconds: 7200
+  poll_interval_seconds: 60
 """
 
 

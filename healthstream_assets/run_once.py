@@ -5,14 +5,54 @@ The caller owns the cursor text: the CLI reads and writes the sensor's stored cu
 it in a variable.
 """
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from dagster import DagsterInstance, Definitions, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, Definitions, RunsFilter, build_sensor_context
 
 from healthstream_assets.cursor import SensorCursor
 from healthstream_assets.jobs import WINDOW_JOB_NAME
 from healthstream_assets.sensors import SENSOR_NAME, WindowPolicy
+
+
+# Tags recording which process executes an in-process run, so a later call can tell a run whose
+# process was killed from one still going.
+PID_TAG = "healthstream/pid"
+HOST_TAG = "healthstream/host"
+
+
+def _process_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_in_process_runs(instance: DagsterInstance) -> list[str]:
+    """Mark as failed the in-process runs of this host that are STARTED but whose process is gone.
+
+    Such a run (its process killed mid-write) would otherwise stay STARTED for good: the sensor
+    would wait for it, and the writer concurrency slot of `dagster dev` would stay taken.
+    Returns the ids of the runs marked failed.
+    """
+
+    host = socket.gethostname()
+    failed = []
+    for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={HOST_TAG: host})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and pid != os.getpid() and not _process_alive(pid):
+            instance.report_run_failed(run, message=f"the process {pid} running it on {host} is gone")
+            failed.append(run.run_id)
+    return failed
 
 
 @dataclass(frozen=True)
@@ -32,6 +72,8 @@ def run_once(defs: Definitions, instance: DagsterInstance, cursor: str | None, p
     A succeeded run is committed at once, as the next tick would; a failed one is recorded, and
     the next evaluation retries it after the backoff.
     """
+
+    fail_dead_in_process_runs(instance)
 
     sensor_def = defs.resolve_sensor_def(SENSOR_NAME)
     with build_sensor_context(
@@ -56,7 +98,7 @@ def run_once(defs: Definitions, instance: DagsterInstance, cursor: str | None, p
     result = job.execute_in_process(
         run_config=request.run_config,
         instance=instance,
-        tags={**request.tags, "dagster/run_key": request.run_key},
+        tags={**request.tags, "dagster/run_key": request.run_key, **_process_tags()},
         raise_on_error=False,
     )
 
