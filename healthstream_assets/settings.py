@@ -97,6 +97,7 @@ class Settings:
     parquet_base_path: str
     embedded_port: int | None
     reconcile_cron: str
+    maven_repository_url: str
     # True when MONGO_URI was read from the process environment, so Dagster can reference the
     # variable instead of storing its value (and password) in resource configuration.
     mongo_uri_in_environment: bool = False
@@ -149,5 +150,6 @@ class Settings:
             parquet_base_path=parquet_base_path,
             embedded_port=embedded_port,
             reconcile_cron=_read_cron(env),
+            maven_repository_url=env.get("MAVEN_REPOSITORY_URL", "").strip() or "https://repo1.maven.org/maven2/",
             mongo_uri_in_environment=from_process_environment and mongo_uri is not None,
         )

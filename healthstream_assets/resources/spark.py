@@ -3,11 +3,44 @@
 import logging
 import os
 import sys
+from pathlib import Path
 
 from dagster_pyspark import PySparkResource
 from pyspark.sql import SparkSession
 
 from healthstream_assets.settings import Settings
+
+
+IVY_SETTINGS = """<ivysettings>
+  <settings defaultResolver="main"/>
+  <caches defaultCacheDir="{cache}"/>
+  <resolvers>
+    <chain name="main">
+      <ibiblio name="local-m2" m2compatible="true" root="file://{m2}"/>
+      <ibiblio name="maven" m2compatible="true" root="{repository}"/>
+    </chain>
+  </resolvers>
+</ivysettings>
+"""
+
+
+def write_ivy_settings(settings: Settings) -> Path:
+    """Write the Ivy settings that resolve the connector from the local Maven cache and one repository.
+
+    Spark's default resolver chain also asks repos.spark-packages.org, a host these machines may
+    not reach; this file replaces that chain with MAVEN_REPOSITORY_URL (Maven Central by default).
+    """
+
+    path = settings.tools_dir / "ivysettings.xml"
+    text = IVY_SETTINGS.format(
+        cache=settings.tools_dir / "ivy" / "cache",
+        m2=Path.home() / ".m2" / "repository",
+        repository=settings.maven_repository_url,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def spark_config(settings: Settings) -> dict[str, str]:
@@ -16,6 +49,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
     config = {
         "spark.app.name": "healthstream",
         "spark.jars.packages": settings.spark_connector,
+        "spark.jars.ivySettings": str(write_ivy_settings(settings)),
         "spark.jars.ivy": str(settings.tools_dir / "ivy"),
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": "8",
