@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -41,6 +41,11 @@ run_monitoring:
 """
 
 
+# Exit code of run-once when the window's run failed, or a failed window waits for its retry or is
+# held after its last attempt.
+EXIT_WINDOW_FAILED = 2
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env()
@@ -65,7 +70,14 @@ def _mongo_uri(settings: Settings) -> str:
 
 
 def _database(settings: Settings) -> pymongo.database.Database:
-    client = pymongo.MongoClient(_mongo_uri(settings), tz_aware=True, serverSelectionTimeoutMS=10_000)
+    """Return the configured database after checking that the server answers."""
+
+    uri = _mongo_uri(settings)
+    try:
+        client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=10_000)
+        client.admin.command("ping")
+    except (PyMongoError, ValueError) as error:
+        raise click.ClickException(f"MongoDB at {mask_uri(uri)} is unreachable or the URI is invalid: {error}") from None
     return client[settings.mongo_db_name]
 
 
@@ -159,7 +171,9 @@ def _parse_user(value: str) -> ObjectId:
     try:
         return ObjectId(value)
     except InvalidId:
-        raise click.BadParameter(f"expected a 24-character hex ObjectId or a numeric Fitbit Id, got {value!r}") from None
+        raise click.BadParameter(
+            f"expected a 24-character hex ObjectId or a numeric Fitbit Id, got {value!r}", param_hint="--user"
+        ) from None
 
 
 _METRIC_OPTIONS = {
@@ -200,17 +214,22 @@ def put_metric(user: str, day: datetime, source: str, **metrics) -> None:
         bounds = ranges[name]
         if not bounds.minimum <= value <= bounds.maximum:
             raise click.BadParameter(
-                f"{name} must be within {bounds.minimum:g}-{bounds.maximum:g} {bounds.unit}, got {value}"
+                f"must be within {bounds.minimum:g}-{bounds.maximum:g} {bounds.unit}, got {value}",
+                param_hint="--" + option.replace("_", "-"),
             )
         updates[f"metrics.{name}"] = value
 
     if not updates:
         raise click.UsageError("give at least one metric, for example --steps 8000")
 
-    settings = _settings()
-    db = _database(settings)
     now = datetime.now(UTC)
     date = day.replace(tzinfo=UTC)
+    # A calendar day ahead of UTC is still today somewhere (UTC+14), but not two days ahead.
+    if date > now + timedelta(days=1):
+        raise click.BadParameter(f"{day.date().isoformat()} is in the future", param_hint="--date")
+
+    settings = _settings()
+    db = _database(settings)
 
     result = db[contract.HEALTH_METRICS].update_one(
         {"userId": user_id, "date": date},
@@ -226,16 +245,20 @@ def run_once_command() -> None:
     """Evaluate the sensor once and run the window it requests, in this process.
 
     Uses the sensor's stored cursor in DAGSTER_HOME and stores the new one. Exits 0 when the run
-    succeeded or nothing was new.
+    succeeded or nothing was new, 1 when MongoDB is unreachable or a setting is invalid, and 2 when
+    the window's run failed or a failed window waits for its retry. Do not use it while
+    `healthstream dev` runs the sensor on the same DAGSTER_HOME.
     """
 
+    settings = _settings()
+
+    # definitions reads the settings when imported, so it is imported after they were checked.
     from dagster import DagsterInstance
 
     from healthstream_assets.cursor_store import read_cursor, write_cursor
     from healthstream_assets.definitions import build_definitions, policy_from_settings
     from healthstream_assets.run_once import run_once
 
-    settings = _settings()
     if not settings.mongo_uri:
         os.environ["MONGO_URI"] = _mongo_uri(settings)
         settings = _settings()
@@ -259,6 +282,8 @@ def run_once_command() -> None:
 
     if outcome.run_id is None:
         click.echo(f"nothing to run: {outcome.skip_reason}")
+        if outcome.window_failed:
+            sys.exit(EXIT_WINDOW_FAILED)
         return
 
     window = outcome.run_config["ops"]["new_health_metrics"]["config"]
@@ -269,7 +294,7 @@ def run_once_command() -> None:
         f"{'succeeded' if outcome.run_succeeded else 'failed'}"
     )
     if not outcome.run_succeeded:
-        sys.exit(1)
+        sys.exit(EXIT_WINDOW_FAILED)
 
 
 @main.command("dev")
@@ -284,15 +309,23 @@ def dev(port: int, fitbit_dir: Path | None) -> None:
     settings = _settings()
     server = None
 
+    _stop_on_termination_signals()
+
     if settings.mongo_uri:
         uri = settings.mongo_uri
     else:
-        server = _embedded(settings)
+        embedded = _embedded(settings)
+        already_running = embedded.status().running
         try:
-            uri = server.start()
+            uri = embedded.start()
         except EmbeddedServerError as error:
             raise click.ClickException(str(error)) from None
-        click.echo(f"embedded server: {uri}")
+
+        if already_running:
+            click.echo(f"embedded server already running: {uri} (left running on exit)")
+        else:
+            server = embedded
+            click.echo(f"embedded server: {uri}")
 
     try:
         _load_when_empty(uri, settings, fitbit_dir or default_fitbit_dir())
@@ -301,6 +334,16 @@ def dev(port: int, fitbit_dir: Path | None) -> None:
         if server is not None:
             server.stop()
             click.echo("embedded server stopped")
+
+
+def _stop_on_termination_signals() -> None:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt, so `dev` stops what it started as on Ctrl+C."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
 
 
 def _load_when_empty(uri: str, settings: Settings, fitbit_dir: Path) -> None:

@@ -64,6 +64,7 @@ class RunOnceOutcome:
     run_id: str | None
     run_succeeded: bool | None
     run_config: dict | None
+    window_failed: bool = False
 
 
 def run_once(defs: Definitions, instance: DagsterInstance, cursor: str | None, policy: WindowPolicy) -> RunOnceOutcome:
@@ -85,12 +86,15 @@ def run_once(defs: Definitions, instance: DagsterInstance, cursor: str | None, p
         tick = sensor_def.evaluate_tick(context)
 
     if not tick.run_requests:
+        stored = tick.cursor if tick.cursor is not None else cursor
+        in_flight = SensorCursor.parse(stored, datetime.now(UTC), policy.lookback_days).in_flight if stored else None
         return RunOnceOutcome(
-            cursor=tick.cursor if tick.cursor is not None else cursor,
+            cursor=stored,
             skip_reason=tick.skip_message,
             run_id=None,
             run_succeeded=None,
             run_config=None,
+            window_failed=in_flight is not None and in_flight.last_failed_run_id is not None,
         )
 
     request = tick.run_requests[0]

@@ -17,7 +17,7 @@ from dagster import (
 from dagster._core.storage.dagster_run import DagsterRun
 from pymongo.errors import PyMongoError
 
-from healthstream_assets.cursor import SensorCursor, poll_upper_bound
+from healthstream_assets.cursor import CursorError, SensorCursor, format_timestamp, poll_upper_bound
 from healthstream_assets.jobs import ATTEMPT_TAG, WINDOW_ID_TAG, window_job, window_run_config, window_run_tags
 from healthstream_assets.resources.mongo import MongoResource
 
@@ -118,7 +118,7 @@ def settle_in_flight(state: SensorCursor, run: DagsterRun | None, now: datetime,
         if now < in_flight.retry_at:
             reason = (
                 f"window {in_flight.window_id} failed in run {run.run_id} (attempt {in_flight.attempt}); "
-                f"retrying after {in_flight.retry_at.isoformat()}"
+                f"retrying after {format_timestamp(in_flight.retry_at)}"
             )
             return TickDecision(cursor=state, skip_reason=reason, failed=True)
 
@@ -138,7 +138,7 @@ def plan_next_window(state: SensorCursor, mongo: MongoResource, now: datetime, p
         committed = state.committed.to_json()
         reason = (
             f"no documents updated after {committed['updatedAt']} {committed['_id']} "
-            f"up to {until.isoformat()}"
+            f"up to {format_timestamp(until)}"
         )
         return TickDecision(cursor=state, skip_reason=reason)
 
@@ -153,7 +153,13 @@ def evaluate_tick(
     """Decide one tick: settle the window in flight, then plan the next one if none is left in flight."""
 
     now = now or datetime.now(UTC)
-    state = SensorCursor.parse(cursor_text, now, policy.lookback_days)
+    try:
+        state = SensorCursor.parse(cursor_text, now, policy.lookback_days)
+    except CursorError as error:
+        raise CursorError(
+            f"{error}. Set a valid cursor with `dagster sensor cursor {SENSOR_NAME} --set <ISO timestamp>` "
+            f"or clear it with `--delete`"
+        ) from None
 
     committed = False
     if state.in_flight is not None:

@@ -1,5 +1,6 @@
 """Runtime settings read from the environment or a `.env` file in the working directory."""
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ DEFAULT_SPARK_CONNECTOR = "org.mongodb.spark:mongo-spark-connector_2.13:10.5.0"
 # with large histories can switch to SamplePartitioner through SPARK_MONGO_PARTITIONER.
 DEFAULT_PARTITIONER = "com.mongodb.spark.sql.connector.read.partitioner.SinglePartitionPartitioner"
 
-_URI_PASSWORD = re.compile(r"^(?P<scheme>mongodb(?:\+srv)?://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
+# Any scheme, so a mistyped URI (http://user:pw@...) is masked in the error that rejects it. The
+# password may contain "@" (unescaped), so it runs to the last "@" before the path.
+_URI_PASSWORD = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<password>[^/]*)@")
 
 
 class SettingsError(ValueError):
@@ -57,6 +60,9 @@ def _read_float(env: dict[str, str], name: str, default: float, minimum: float) 
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
 
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}")
@@ -131,6 +137,8 @@ class Settings:
 
         embedded_port_raw = env.get("EMBEDDED_MONGO_PORT", "").strip()
         embedded_port = _read_int(env, "EMBEDDED_MONGO_PORT", 0, 1) if embedded_port_raw else None
+        if embedded_port is not None and embedded_port > 65535:
+            raise SettingsError(f"EMBEDDED_MONGO_PORT must be a TCP port (1-65535), got {embedded_port}")
 
         return cls(
             mongo_uri=mongo_uri,
