@@ -69,6 +69,10 @@ def new_health_metrics(
 
     mongo.ensure_indexes()
 
+    # Spark matches cached DataFrames by plan, and a MongoDB read with the same options has the
+    # same plan; a cache left by an earlier run in this process would return that run's documents.
+    spark.catalog.clearCache()
+
     raw = spark_io.read_health_metrics(spark, mongo, window.mongo_filter())
     validated = validate_documents(raw).cache()
 

@@ -46,6 +46,10 @@ def analytics_reconciliation(
     calculated_at = to_utc_millis(datetime.now(UTC))
     mongo.ensure_indexes()
 
+    # A cache left by an earlier run in this process would match this read's plan and return
+    # that run's documents.
+    spark.catalog.clearCache()
+
     raw = spark_io.read_health_metrics(spark, mongo, {})
     daily = daily_values(accepted_rows(validate_documents(raw))).cache()
     no_touched_days = spark.createDataFrame([], "userId string, date date")

@@ -60,9 +60,15 @@ def read_user_goals(spark: SparkSession, mongo: MongoResource, user_ids: list[st
 
 
 def is_duplicate_key_error(error: Exception) -> bool:
-    """Return True when a write failed on a unique index (MongoDB error E11000)."""
+    """Return True when a write failed on a unique index (MongoDB error E11000).
 
-    return "E11000" in str(error) or "duplicate key" in str(error).lower()
+    FerretDB 1.24 answers a failed update without the `n` field, so the Java driver reports
+    "Document does not contain key n" in place of the E11000 write error; that text counts too,
+    since retrying an idempotent upsert once is harmless whatever the cause.
+    """
+
+    text = str(error)
+    return "E11000" in text or "duplicate key" in text.lower() or "does not contain key n" in text
 
 
 def read_all_user_goals(spark: SparkSession, mongo: MongoResource) -> DataFrame:
