@@ -62,9 +62,9 @@ def read_user_goals(spark: SparkSession, mongo: MongoResource, user_ids: list[st
 def is_duplicate_key_error(error: Exception) -> bool:
     """Return True when a write failed on a unique index (MongoDB error E11000).
 
-    FerretDB 1.24 answers a failed update without the `n` field, so the Java driver reports
-    "Document does not contain key n" in place of the E11000 write error; that text counts too,
-    since retrying an idempotent upsert once is harmless whatever the cause.
+    FerretDB 1.24 replies to a failed update without the `n` field, so the Java driver reports
+    "Document does not contain key n" in place of the E11000 write error. That text counts too,
+    because retrying an idempotent upsert once is harmless whatever the cause.
     """
 
     text = str(error)
@@ -90,7 +90,7 @@ def read_analytics_keys(spark: SparkSession, mongo: MongoResource) -> DataFrame:
 def upsert_analytics(documents: DataFrame, mongo: MongoResource) -> None:
     """Upsert `analytics` documents on (userId, metricType, timeRange); re-running writes the same values.
 
-    Two writers upserting one new key at the same moment can both try to insert it; the unique
+    Two writers upserting one new key at the same moment can both try to insert it. The unique
     index rejects the second with a duplicate-key error, and one retry then finds the document and
     updates it.
     """
