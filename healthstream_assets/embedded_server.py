@@ -97,7 +97,9 @@ def ping(uri: str, timeout_seconds: float = 1.0) -> bool:
         client.close()
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Return True when a process with this pid exists (it may belong to another user)."""
+
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -133,7 +135,7 @@ class EmbeddedServer:
         pid = recorded["pid"]
         uri = recorded["uri"]
 
-        if _process_alive(pid) and ping(uri):
+        if process_alive(pid) and ping(uri):
             return ServerStatus(running=True, pid=pid, uri=uri)
 
         return ServerStatus(running=False, pid=pid, uri=uri)
@@ -196,13 +198,13 @@ class EmbeddedServer:
         pid = json.loads(self.state_file.read_text())["pid"]
         self.state_file.unlink()
 
-        if not _process_alive(pid):
+        if not process_alive(pid):
             return False
 
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
-            if not _process_alive(pid):
+            if not process_alive(pid):
                 return True
             _reap(pid)
             time.sleep(0.1)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from dagster import DagsterInstance, DagsterRunStatus, Definitions, RunsFilter, build_sensor_context
 
 from healthstream_assets.cursor import SensorCursor
+from healthstream_assets.embedded_server import process_alive
 from healthstream_assets.jobs import WINDOW_JOB_NAME
 from healthstream_assets.sensors import SENSOR_NAME, WindowPolicy
 
@@ -27,16 +28,6 @@ def _process_tags() -> dict[str, str]:
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_in_process_runs(instance: DagsterInstance) -> list[str]:
     """Mark as failed the in-process runs of this host that are STARTED but whose process is gone.
 
@@ -49,7 +40,7 @@ def fail_dead_in_process_runs(instance: DagsterInstance) -> list[str]:
     failed = []
     for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={HOST_TAG: host})):
         pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and pid != os.getpid() and not _process_alive(pid):
+        if pid and pid != os.getpid() and not process_alive(pid):
             instance.report_run_failed(run, message=f"the process {pid} running it on {host} is gone")
             failed.append(run.run_id)
     return failed
