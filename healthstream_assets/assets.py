@@ -49,6 +49,15 @@ class WindowConfig(Config):
 BAD_INPUT_CHECK = "no_rejected_input"
 
 
+def window_user_ids(window_rows: DataFrame) -> list[str]:
+    """Return the distinct user ids of a window's rows.
+
+    A window contains at most MAX_BATCH_DOCS documents, so its user ids fit in the driver.
+    """
+
+    return [row["userId"] for row in window_rows.select("userId").distinct().collect()]
+
+
 @asset(
     kinds={"spark", "mongodb"},
     description="The window's healthmetrics documents in long format: userId, date, metricType, value, updatedAt.",
@@ -144,8 +153,7 @@ def new_health_metrics(
 def metric_history(
     context: AssetExecutionContext, new_health_metrics: DataFrame, pyspark: PySparkResource, mongo: MongoResource
 ) -> Output[DataFrame]:
-    # The distinct user ids of one window are bounded by MAX_BATCH_DOCS, so collecting them is safe.
-    user_ids = [row["userId"] for row in new_health_metrics.select("userId").distinct().collect()]
+    user_ids = window_user_ids(new_health_metrics)
 
     raw = spark_io.read_user_histories(pyspark.spark_session, mongo, user_ids)
     daily = daily_values(accepted_rows(validate_documents(raw))).cache()
@@ -162,7 +170,7 @@ def metric_history(
 def user_goals(
     context: AssetExecutionContext, new_health_metrics: DataFrame, pyspark: PySparkResource, mongo: MongoResource
 ) -> Output[DataFrame]:
-    user_ids = [row["userId"] for row in new_health_metrics.select("userId").distinct().collect()]
+    user_ids = window_user_ids(new_health_metrics)
 
     users = spark_io.read_user_goals(pyspark.spark_session, mongo, user_ids)
     goals = analytics_transforms.parse_goals(users).cache()
@@ -186,7 +194,7 @@ def rolling_averages(
     return Output(result, metadata={"user_metric_days": day_count})
 
 
-def _milliseconds_since_run_start(context: AssetExecutionContext) -> int:
+def milliseconds_since_run_start(context: AssetExecutionContext) -> int:
     """Return the run's processing time so far: from its start to the analytics being computed."""
 
     record = context.instance.get_run_record_by_id(context.run_id)
@@ -216,7 +224,7 @@ def analytics(
     non_finite = analytics_transforms.count_non_finite(statistics)
     anomalies = statistics.filter("anomalyDetected").count()
 
-    duration_ms = _milliseconds_since_run_start(context)
+    duration_ms = milliseconds_since_run_start(context)
     documents = analytics_transforms.to_analytics_documents(
         statistics, context.run_id, calculated_at, duration_ms, spark.version
     )
@@ -227,7 +235,7 @@ def analytics(
     present = {}
     for row in statistics.select("userId", "metricType").distinct().collect():
         present.setdefault(row["userId"], []).append(row["metricType"])
-    user_ids = [row["userId"] for row in new_health_metrics.select("userId").distinct().collect()]
+    user_ids = window_user_ids(new_health_metrics)
     removed = mongo.delete_analytics_without_values(user_ids, present)
 
     context.log.info(

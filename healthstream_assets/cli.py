@@ -70,7 +70,7 @@ def _mongo_uri(settings: Settings) -> str:
 
 
 def _database(settings: Settings) -> pymongo.database.Database:
-    """Return the configured database after checking that the server answers."""
+    """Return the configured database after checking that the server responds."""
 
     uri = _mongo_uri(settings)
     try:

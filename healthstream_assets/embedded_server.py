@@ -85,7 +85,7 @@ def find_free_port() -> int:
 
 
 def ping(uri: str, timeout_seconds: float = 1.0) -> bool:
-    """Return True when the server at `uri` answers the `ping` command."""
+    """Return True when the server at `uri` responds to the `ping` command."""
 
     client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=int(timeout_seconds * 1000))
     try:
@@ -141,7 +141,7 @@ class EmbeddedServer:
         return ServerStatus(running=False, pid=pid, uri=uri)
 
     def start(self, timeout_seconds: float = 30.0) -> str:
-        """Start the server unless it already runs; wait until it answers `ping`; return its URI."""
+        """Start the server unless it already runs, wait until it responds to `ping`, and return its URI."""
 
         current = self.status()
         if current.running:

@@ -21,6 +21,7 @@ from dagster_pyspark import PySparkResource
 from pyspark.sql import functions as F
 
 from healthstream_assets import spark_io
+from healthstream_assets.assets import milliseconds_since_run_start
 from healthstream_assets.cursor import format_timestamp, to_utc_millis
 from healthstream_assets.jobs import ANALYTICS_WRITER_TAGS
 from healthstream_assets.resources.mongo import MongoResource
@@ -58,8 +59,7 @@ def analytics_reconciliation(
 
     statistics = analytics_transforms.window_statistics(daily, rolling, goals).cache()
     document_count = statistics.count()
-    started = context.instance.get_run_record_by_id(context.run_id)
-    duration_ms = int((datetime.now(UTC).timestamp() - started.start_time) * 1000) if started and started.start_time else 0
+    duration_ms = milliseconds_since_run_start(context)
 
     documents = analytics_transforms.to_analytics_documents(
         statistics, context.run_id, calculated_at, duration_ms, spark.version

@@ -16,7 +16,7 @@ from healthstream_assets import contract
 from healthstream_assets.cursor import Position
 from healthstream_assets.settings import DEFAULT_PARTITIONER, mask_uri
 
-# FerretDB 1.x answers createIndexes with expireAfterSeconds with this code.
+# FerretDB 1.x rejects createIndexes with expireAfterSeconds with this error code.
 NOT_IMPLEMENTED = 238
 
 
@@ -79,7 +79,7 @@ class MongoResource(ConfigurableResource):
     def find_window_end(self, after: Position, until: datetime, limit: int) -> tuple[Position, int] | None:
         """Return the end position and size of the next window of at most `limit` documents.
 
-        The window holds the documents after `after` and stamped no later than `until`, in
+        The window contains the documents after `after` and stamped no later than `until`, in
         `(updatedAt, _id)` order. Two index-backed queries with a limit find its last document.
         """
 

@@ -27,7 +27,7 @@ IVY_SETTINGS = """<ivysettings>
 def write_ivy_settings(settings: Settings) -> Path:
     """Write the Ivy settings that resolve the connector from the local Maven cache and one repository.
 
-    Spark's default resolver chain also asks repos.spark-packages.org, a host these machines may
+    Spark's default resolver chain also queries repos.spark-packages.org, a host these machines may
     not reach; this file replaces that chain with MAVEN_REPOSITORY_URL (Maven Central by default).
     """
 
